@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed-requirements
 
 # `mlflow run --env-manager local` starts the steps with the `python` on PATH.
 export PATH := $(BIN):$(PATH)
+# `mlflow run` reads its environment before any code of this project loads.
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
 
 .PHONY: run test lint format lock clean
 

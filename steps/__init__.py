@@ -7,7 +7,15 @@ from the parameters that MLproject declares for it.
 import os
 
 # MLflow and Prefect send usage telemetry unless told not to. This project
-# turns both off by default; setting either variable beforehand turns them
-# back on (MLFLOW_DISABLE_TELEMETRY=false, PREFECT_SERVER_ANALYTICS_ENABLED=true).
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# turns it off by default, before any module imports mlflow or prefect.
+# MLFLOW_DISABLE_TELEMETRY covers MLflow, PREFECT_SERVER_ANALYTICS_ENABLED
+# Prefect's server and DO_NOT_TRACK Prefect's client. A value set beforehand
+# wins, so DO_NOT_TRACK=false MLFLOW_DISABLE_TELEMETRY=false
+# PREFECT_SERVER_ANALYTICS_ENABLED=true turns all of it back on.
+TELEMETRY_DEFAULTS = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",
+}
+for _name, _value in TELEMETRY_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)

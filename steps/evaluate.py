@@ -92,7 +92,11 @@ def evaluate(params: dict[str, Any]) -> None:
         model_info = mlflow.models.get_model_info(model_uri)
         model = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
-        raise StepError(f"invalid model_uri={model_uri!r}: cannot load it ({exc})") from exc
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StepError(
+            f"invalid model_uri={model_uri!r}: cannot load it ({cause}); expected "
+            "models:/<model_id>, runs:/<run_id>/model or the path of a saved model"
+        ) from exc
     data_uri = params["data_uri"] or training_data_uri(model_info)
     mlflow.set_tags({MODEL_URI_TAG: model_uri, DATA_URI_TAG: data_uri})
     splits = read_splits(data_uri)
@@ -103,7 +107,8 @@ def evaluate(params: dict[str, Any]) -> None:
         data=test,
         targets=splits.target,
         model_type="classifier",
-        evaluators=["default"],
+        evaluators="default",
+        # Model explainability needs the shap package, which the step environment lacks.
         evaluator_config={"log_model_explainability": False},
     )
     accuracy = float(result.metrics["accuracy_score"])

@@ -40,6 +40,12 @@ RULES: dict[str, Rule] = {
     "random_state": Rule(lambda v: 0 <= v < 2**32, "an integer from 0 to 4294967295"),
     "test_size": Rule(lambda v: 0 < v < 1, "a number strictly between 0 and 1"),
     "min_accuracy": Rule(lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "data_path": Rule(
+        lambda v: v.strip() != "",
+        "a CSV or Parquet file path or URI, or one of iris, wine, breast_cancer, digits",
+    ),
+    "data_format": Rule(lambda v: v in ("auto", "csv", "parquet"), "one of auto, csv, parquet"),
+    "target": Rule(lambda v: v.strip() != "", "the name of the label column"),
 }
 
 
@@ -56,8 +62,14 @@ class ParameterSpec:
 
     def parse(self, raw: str) -> Any:
         """Convert a command-line string to the declared type and check its range."""
-        value = _convert(self.name, self.type, raw)
         rule = RULES.get(self.name)
+        try:
+            value = _convert(self.name, self.type, raw)
+        except ParameterError:
+            if rule is None:
+                raise
+            # The range wording also names the type, so the message lists all that is allowed.
+            raise ParameterError(f"invalid {self.name}={raw!r}: expected {rule.allowed}") from None
         if rule is not None and not rule.check(value):
             raise ParameterError(f"invalid {self.name}={raw!r}: expected {rule.allowed}")
         return value
@@ -119,6 +131,9 @@ def build_parser(entry_point: str, specs: Sequence[ParameterSpec]) -> argparse.A
     parser = _RaisingParser(
         prog=f"python -m steps.{entry_point}",
         description=f"The {entry_point} entry point. Defaults come from MLproject.",
+        # `mlflow run -P n=5` passes `--n 5`: with abbreviations allowed, argparse would
+        # read that as --n-estimators instead of rejecting an unknown parameter.
+        allow_abbrev=False,
     )
     for spec in specs:
         parser.add_argument(
@@ -138,5 +153,28 @@ def parse_parameters(entry_point: str, argv: Sequence[str] | None = None) -> dic
     ``--help`` prints the options and exits with status 0.
     """
     specs = load_entry_point_specs(entry_point)
-    namespace = build_parser(entry_point, specs).parse_args(argv)
+    namespace, unknown = build_parser(entry_point, specs).parse_known_args(argv)
+    if unknown:
+        names = ", ".join(spec.name for spec in specs)
+        parts = _describe_unknown(unknown)
+        noun = "parameter" if len(parts) == 1 else "parameters"
+        raise ParameterError(f"unknown {noun} {', '.join(parts)}: {entry_point} accepts {names}")
     return {spec.name: spec.parse(getattr(namespace, spec.name)) for spec in specs}
+
+
+def _describe_unknown(unknown: Sequence[str]) -> list[str]:
+    """Render leftover arguments as ``name='value'``, the form `mlflow run -P` takes."""
+    parts = []
+    index = 0
+    while index < len(unknown):
+        token = unknown[index]
+        index += 1
+        if not token.startswith("-"):
+            parts.append(repr(token))
+            continue
+        name, sign, value = token.lstrip("-").partition("=")
+        if not sign and index < len(unknown) and not unknown[index].startswith("--"):
+            value = unknown[index]
+            index += 1
+        parts.append(f"{name}={value!r}")
+    return parts

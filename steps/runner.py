@@ -10,6 +10,7 @@ with one line on stderr, the run marked FAILED with the message in the
 from __future__ import annotations
 
 import logging
+import resource
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,8 +27,14 @@ STEP_TAG = "pipeline.step"
 ERROR_TAG = "pipeline.error"
 DATA_URI_TAG = "pipeline.data_uri"
 MODEL_URI_TAG = "pipeline.model_uri"
+# Peak resident memory of the step's process, logged when the step succeeds.
+PEAK_RSS_METRIC = "peak_rss_mb"
 
 EXIT_INVALID = 2
+
+# Characters of an unexpected exception's first line kept in the error tag.
+# MLflow rejects tag values longer than 8000 characters.
+MAX_SUMMARY_CHARS = 1000
 
 
 class StepError(RuntimeError):
@@ -52,8 +59,9 @@ def run_step(
     """Parse the entry point's parameters, then call ``body`` in the active run.
 
     Returns the process exit status: 0 on success, 2 for an invalid parameter
-    or a failed check. Any other exception propagates, and MLflow marks the
-    run FAILED as the ``with`` block exits.
+    or a failed check. Any other exception propagates with its type and first
+    line in the ``pipeline.error`` tag, and MLflow marks the run FAILED as the
+    ``with`` block exits.
     """
     configure_logging()
     try:
@@ -69,9 +77,20 @@ def run_step(
                 raise parse_error
             _log_new_params(run.info.run_id, params)
             body(params)
+            mlflow.log_metric(PEAK_RSS_METRIC, peak_rss_mb())
         except (ParameterError, StepError) as exc:
             return _fail(run.info.run_id, entry_point, str(exc))
+        except Exception as exc:
+            # Unexpected: keep the traceback, but record the cause where users search runs.
+            mlflow.set_tag(ERROR_TAG, _summary(exc))
+            raise
     return 0
+
+
+def peak_rss_mb() -> float:
+    """Return the peak resident memory of this process so far, in MiB."""
+    # Linux reports ru_maxrss in KiB.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _log_new_params(run_id: str, params: dict[str, Any]) -> None:
@@ -83,7 +102,18 @@ def _log_new_params(run_id: str, params: dict[str, Any]) -> None:
         mlflow.log_params(fresh)
 
 
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _summary(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    summary = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return summary[:MAX_SUMMARY_CHARS]
+
+
 def _fail(run_id: str, entry_point: str, message: str) -> int:
+    message = _one_line(message)
     mlflow.set_tag(ERROR_TAG, message)
     mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
     print(f"error: {entry_point} run {run_id}: {message}", file=sys.stderr)
