@@ -1,0 +1,4 @@
+"""Benchmark of the orchestration against one process doing the same work.
+
+Run it with ``python -m bench``; docs/benchmark.md has the results.
+"""
