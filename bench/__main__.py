@@ -335,7 +335,9 @@ def print_rows(rows: list[Row]) -> None:
     width = max(len(r.name) for r in rows)
     print(f"{'measure':<{width}}  {'value':>10}  {'target':<8}  met")
     for row in rows:
-        met = "" if row.met is None else ("yes" if row.met else "NO")
+        met = ""
+        if row.met is not None:
+            met = "yes" if row.met else "NO"
         print(f"{row.name:<{width}}  {row.value:>8.2f} {row.unit:<3} {row.target:<8}  {met}")
 
 

@@ -1,11 +1,11 @@
 """The floor: load, train and evaluate in one process, with the steps' own logging.
 
-    python -m bench.floor [--data-path PATH --target COLUMN --n-estimators N ...]
+    python -m bench.floor [data_path=PATH target=COLUMN n_estimators=N ...]
 
 Runs the bodies of the three entry points one after the other, each in its
 own MLflow run, with the same parameters, artifacts and metrics as the real
-steps, but with no Prefect, no ``mlflow run`` and no subprocess. Takes the
-options of ``orchestrate.py`` that set step parameters.
+steps, but with no Prefect, no ``mlflow run`` and no subprocess. Takes step
+parameters as NAME=VALUE and passes each to the steps that declare it.
 """
 
 from __future__ import annotations
