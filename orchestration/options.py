@@ -262,8 +262,11 @@ def parse_command_line(argv: Sequence[str] | None = None) -> PipelineOptions:
     parser = build_parser()
     namespace = vars(parser.parse_args(_dashes_in_option_names(argv)))
 
+    parameters = {name: value for name, value in namespace.items() if name not in _SETTINGS}
+    if parameters.get("data_path"):
+        parameters["data_path"] = absolute_data_path(parameters["data_path"])
     options = PipelineOptions(
-        parameters={name: value for name, value in namespace.items() if name not in _SETTINGS},
+        parameters=parameters,
         experiment_name=namespace["experiment_name"],
         env_manager=namespace["env_manager"],
         project_uri=namespace["project_uri"],
@@ -279,6 +282,18 @@ def parse_command_line(argv: Sequence[str] | None = None) -> PipelineOptions:
     if problem:
         parser.error(f"argument --project-uri: invalid value {options.project_uri!r}: {problem}")
     return options
+
+
+def absolute_data_path(value: str) -> str:
+    """Make a relative path to an existing local file absolute, against the working directory.
+
+    The steps run in the project folder, so without this a relative path typed
+    in another folder would name a different file. URIs, absolute paths and
+    names that are no local file (such as ``iris``) pass through unchanged.
+    """
+    if ":/" in value or os.path.isabs(value) or not Path(value).is_file():
+        return value
+    return str(Path(value).resolve())
 
 
 def _check_project_uri(uri: str, version: str | None) -> str | None:

@@ -28,7 +28,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from steps.data import read_splits
+from steps.data import log_split_inputs, read_splits
 from steps.runner import DATA_URI_TAG, MODEL_URI_TAG, STEP_TAG, StepError, run_step
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def evaluate(params: dict[str, Any]) -> None:
     data_uri = params["data_uri"] or training_data_uri(model_info)
     mlflow.set_tags({MODEL_URI_TAG: model_uri, DATA_URI_TAG: data_uri})
     splits = read_splits(data_uri)
+    log_split_inputs(splits, data_uri, split="test", context="evaluation")
     test = splits.test
 
     result = mlflow.models.evaluate(

@@ -2,7 +2,8 @@
 
 Reads ``data_path``: a data set that ships with scikit-learn (``iris``,
 ``wine``, ``breast_cancer``, ``digits``) or a CSV or Parquet file, local or at
-a URI that MLflow can download, with ``data_format`` to force the format. Takes
+a URI (``file://``, ``http(s)://``, ``runs:/``, ``mlflow-artifacts:/``), with
+``data_format`` to force the format. Takes
 ``target`` as the label column, leaves out ``drop_columns`` and drops
 constant and all-missing columns and rows without a label, each with a
 warning. Splits the rows stratified on the label with ``test_size`` and

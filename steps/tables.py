@@ -1,12 +1,12 @@
 """Read the table to train on, check it, and bring its columns to the model's types.
 
 Reads ``data_path``: the name of a data set that ships with scikit-learn
-(iris, wine, breast_cancer, digits), a local CSV or Parquet file, or a URI
-that MLflow can download (``runs:/``, ``mlflow-artifacts:/``, ``file://``,
-``http(s)://``). A downloaded file is kept in a temporary folder only until
-it is read. Returns a Table with the label column, the feature columns and
-the dataset record of the table as read. Raises StepError naming the file
-and the problem for every input it cannot use.
+(iris, wine, breast_cancer, digits), a local CSV or Parquet file, or the
+URI of one: ``file://``, ``http(s)://``, or any URI that MLflow can download,
+such as ``runs:/`` and ``mlflow-artifacts:/``. A downloaded file is kept in a
+temporary folder only until it is read. Returns a Table with the label
+column, the feature columns and the dataset record of the table as read.
+Raises StepError naming the file and the problem for every input it cannot use.
 
 The types of a Table's columns are the ones the model is trained on and its
 signature declares: ``int64`` and ``float64`` numbers; ``bool``; ``object``
@@ -35,8 +35,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import requests
 import sklearn
-from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.exceptions import MlflowException
 from sklearn import datasets
 
@@ -71,6 +71,9 @@ COMPRESSION_MAGIC = {
 # Separators tried, in this order, when a CSV header line has no comma.
 OTHER_DELIMITERS = (";", "\t", "|")
 ARTIFACT_SCHEMES = frozenset({"runs", "mlflow-artifacts", "models"})
+# Seconds to wait for an HTTP server to accept the connection, and then for
+# each chunk of the response.
+HTTP_TIMEOUT_S = 60
 
 # One-hot encoding gives a categorical column one model input per distinct
 # value. A column with more distinct values than this gets a warning.
@@ -215,7 +218,7 @@ def fetch_file(data_path: str, workdir: Path) -> tuple[Path, str, dict[str, str]
     where = mask_credentials(data_path)
     try:
         if scheme in ("http", "https"):
-            local = HTTPDatasetSource(data_path).load(dst_path=str(workdir))
+            local = _download_http(data_path, workdir)
             source_type, source = "http", {"url": where}
         else:
             local = mlflow.artifacts.download_artifacts(
@@ -234,6 +237,17 @@ def fetch_file(data_path: str, workdir: Path) -> tuple[Path, str, dict[str, str]
     if path.is_dir():
         raise StepError(f"invalid data_path={where!r}: a folder, not a CSV or Parquet file")
     return path, source_type, source
+
+
+def _download_http(url: str, workdir: Path) -> Path:
+    # MLflow 3.17's HTTPDatasetSource sets no timeout, so a silent server would hang the step.
+    path = workdir / (Path(urlparse(url).path).name or "download")
+    with requests.get(url, stream=True, timeout=HTTP_TIMEOUT_S) as response:
+        response.raise_for_status()
+        with open(path, "wb") as stream:
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                stream.write(chunk)
+    return path
 
 
 def _local_file(path: Path, data_path: str) -> tuple[Path, str, dict[str, str]]:

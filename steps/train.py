@@ -69,6 +69,9 @@ def model_signature(features: pd.DataFrame, labels: pd.Series) -> ModelSignature
     Every input column is required: the pipeline needs each one, though a
     value in it may be missing.
     """
+    # NOTE: MLflow's schema check rejects a gap in a column declared long
+    # (an integer column that had no gaps in training), because pandas turns
+    # such a column into floats. The model itself would impute the gap.
     outputs = Schema([ColSpec(column_type(labels))])
     return ModelSignature(inputs=frame_schema(features, all_required=True), outputs=outputs)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import skops.io
 from mlflow.types import DataType
 from sklearn.datasets import load_iris, load_wine
 
+from steps import tables
 from steps.data import split_frame
 from steps.model import feature_kinds, fit_and_score
 from steps.runner import StepError
@@ -256,6 +258,31 @@ def test_folder_rejected(tmp_path: Path) -> None:
 
 def test_remote_file_uri_rejected() -> None:
     assert "not on host 'example.org'" in error_of("file://example.org/data.csv")
+
+
+def test_http_refused() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/iris.csv"
+
+    message = error_of(url)
+
+    assert message.startswith(f"invalid data_path={url!r}: cannot download it (")
+    assert "Connection refused" in message
+
+
+def test_http_silent_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tables, "HTTP_TIMEOUT_S", 0.5)
+    # A listening socket that never accepts: the connection opens, no answer comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/iris.csv"
+        message = error_of(url)
+
+    assert message.startswith(f"invalid data_path={url!r}: cannot download it (")
+    assert "timed out" in message
 
 
 @pytest.mark.parametrize("content", ["", "\n\n", "   \n"])
