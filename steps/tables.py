@@ -370,6 +370,19 @@ def _first_line(exc: BaseException) -> str:
 # Checking and preparing the table
 
 
+def _check_labels_are_classes(labels: pd.Series, target: str, where: str) -> None:
+    """Raise StepError for a label column of non-integer numbers, a regression target."""
+    if not pd.api.types.is_float_dtype(labels):
+        return
+    fractional = labels[labels.to_numpy() % 1 != 0]
+    if not fractional.empty:
+        raise StepError(
+            f"invalid target={target!r}: column {target!r} of {where} contains non-integer "
+            f"numbers such as {float(fractional.iloc[0])!r}; a classifier needs classes: text, "
+            "integers or booleans"
+        )
+
+
 def prepare_table(
     frame: pd.DataFrame,
     *,
@@ -390,6 +403,7 @@ def prepare_table(
 
     frame, rows_missing_target = _drop_missing_labels(frame, target, where)
     frame[target] = canonical_labels(frame[target])
+    _check_labels_are_classes(frame[target], target, where)
     classes = frame[target].unique()
     if len(classes) < 2:
         raise StepError(

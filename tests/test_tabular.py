@@ -579,3 +579,15 @@ def test_iris_pipeline_matches_forest() -> None:
     assert len(result.classifier.estimators_) == 5
     assert result.classifier.max_depth == 2
     assert feature_kinds(bunch.data) == (list(bunch.data.columns), [])
+
+
+def test_float_labels_rejected():
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": [1.5, 2.5, 1.5, 2.5]})
+    with pytest.raises(StepError, match=r"non-integer numbers such as 1\.5"):
+        tables.prepare_table(frame, target="label", source=None, where="labels.csv")
+
+
+def test_integer_valued_float_labels_kept():
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "label": [1.0, 2.0, 1.0, 2.0]})
+    table = tables.prepare_table(frame, target="label", source=None, where="labels.csv")
+    assert table.frame["label"].nunique() == 2
