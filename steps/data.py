@@ -225,11 +225,25 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:DIGEST_LENGTH]
 
 
+DATASET_LOG_ATTEMPTS = 3
+
+
 def log_dataset_input(record: DatasetRecord, context: str) -> None:
     """Log a dataset record as an input of the active run, tagged with its context."""
     run_id = mlflow.active_run().info.run_id
     tags = [InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)]
-    MlflowClient().log_inputs(run_id, [DatasetInput(dataset=record.to_entity(), tags=tags)])
+    inputs = [DatasetInput(dataset=record.to_entity(), tags=tags)]
+    # MLflow 3.17's SQL store checks for the dataset row and then inserts it, so
+    # two runs logging the same dataset at once can both insert. The second
+    # attempt finds the row and only links it to this run.
+    for attempt in range(DATASET_LOG_ATTEMPTS):
+        try:
+            MlflowClient().log_inputs(run_id, inputs)
+            return
+        except MlflowException as exc:
+            if "UNIQUE constraint" not in str(exc) or attempt == DATASET_LOG_ATTEMPTS - 1:
+                raise
+            logger.warning("Dataset %s was logged concurrently; retrying", record.name)
 
 
 def log_split_inputs(splits: Splits, data_uri: str, *, split: str, context: str) -> None:
