@@ -6,7 +6,7 @@ from the parameters that MLproject declares for it.
 
 import os
 
-# MLflow and Prefect send usage telemetry unless told not to. This project
+# MLflow and Prefect send usage telemetry unless it is disabled. This project
 # turns it off by default, before any module imports mlflow or prefect.
 # MLFLOW_DISABLE_TELEMETRY covers MLflow, PREFECT_SERVER_ANALYTICS_ENABLED
 # Prefect's server and DO_NOT_TRACK Prefect's client. A value set beforehand

@@ -14,7 +14,7 @@ from steps.params import PROJECT_DIR
 
 CONDA_YAML_PATH = PROJECT_DIR / "conda.yaml"
 
-# What a process needs to load the model with mlflow.pyfunc and predict.
+# Packages a process needs to load the model with mlflow.pyfunc and predict.
 MODEL_PACKAGES = ("mlflow", "scikit-learn", "skops", "numpy", "scipy", "pandas")
 
 

@@ -82,7 +82,7 @@ def run_entry_point(
 ) -> MlflowRunResult:
     """Run ``mlflow run <project> -e <entry_point>`` in a subprocess.
 
-    The run is found by the id that `mlflow run` prints, so the result holds
+    The run is found by the id that `mlflow run` prints, so the result contains
     the run as the tracking store recorded it.
     """
     command = [

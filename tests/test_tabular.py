@@ -274,7 +274,7 @@ def test_http_refused() -> None:
 
 def test_http_silent_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tables, "HTTP_TIMEOUT_S", 0.5)
-    # A listening socket that never accepts: the connection opens, no answer comes.
+    # A listening socket that never accepts: the connection opens, no response arrives.
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
